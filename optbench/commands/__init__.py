@@ -1,0 +1,1 @@
+"""Sub-commands of the ``optbench`` CLI, one module each (discovered by name)."""

@@ -1,0 +1,1 @@
+"""Built-in grid presets (TOML files beside this module)."""
