@@ -18,16 +18,28 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def git_commit(path: Path | None = None) -> str | None:
+def git_commit(path: Path | None = None, ignore: Path | None = None) -> str | None:
+    """HEAD of the git repository at ``path`` (default: the working directory),
+    with ``-dirty`` appended when tracked files differ from it, so that results
+    made with uncommitted code are not mistaken for that commit's.  Changes
+    under ``ignore`` (the results folder being written) do not count."""
+    cwd = path or Path.cwd()
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path or Path.cwd(), capture_output=True, text=True,
-                             timeout=5)
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        exclude = [f":(exclude){Path(ignore).resolve()}"] if ignore is not None else []
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":/", *exclude)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def environment(device: str = "cpu") -> dict:
+def environment(device: str = "cpu", out: Path | None = None) -> dict:
     import torch
 
     import optbench
@@ -40,7 +52,7 @@ def environment(device: str = "cpu") -> dict:
         "cpu": cpu_name(),
         "device": device,
         "threads": torch.get_num_threads(),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(ignore=out),
         "argv": sys.argv,
     }
     if device.startswith("cuda") and torch.cuda.is_available():

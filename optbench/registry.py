@@ -4,8 +4,10 @@ Loading follows pytest: every entry point in the ``optbench`` group is a
 plugin module; ``-p MODULE`` adds one by import name, ``--plugin-dir DIR``
 imports every ``*.py`` in DIR, and ``-p no:NAME`` blocks a plugin (an entry
 point name, a module name or a distribution name) before it loads.  A plugin
-that fails to import or returns the wrong thing is reported in one line and
-left out; the others keep working.
+that fails to import, returns the wrong thing or reuses a taken name is
+reported in one line that names its distribution and the fix, and is left
+out; the others keep working.  optbench's own plugins load first, so a
+third-party optimizer named like a built-in is the one reported.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import re
 import sys
+import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +26,7 @@ from typing import Any, Iterable
 import pluggy
 
 from optbench import hookspecs
-from optbench.errors import OptbenchError, unknown
+from optbench.errors import OptbenchError, did_you_mean, unknown
 from optbench.specs import OptimizerSpec, SchedulerSpec, TaskSpec
 
 GROUP = "optbench"
@@ -53,6 +57,8 @@ class Registry:
     schedulers: dict[str, SchedulerSpec] = field(default_factory=dict)
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     origins: dict[tuple[str, str], Origin] = field(default_factory=dict)
+    #: every loaded plugin by its plugin name (entry-point, module or file name)
+    plugin_origins: dict[str, Origin] = field(default_factory=dict)
     #: one line per plugin that could not be loaded
     problems: list[str] = field(default_factory=list)
     #: the arguments that built this registry, so worker processes can rebuild it
@@ -107,78 +113,188 @@ def _dist_of(ep) -> tuple[str, str]:
     return dist.metadata["Name"], dist.version
 
 
+def _normalise(name: str) -> str:
+    """PEP 503 form, so `-p no:optbench_lion` blocks the distribution `optbench-lion`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _local_name(path: Path) -> str:
+    return f"optbench_local_{path.stem}"
+
+
 def _import_file(path: Path):
-    name = f"optbench_local_{path.stem}"
+    name = _local_name(path)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]  # a half-executed module must not be found by a later import
+        raise
     return module
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _skip_hint(origin: Origin) -> str:
+    # A third party is best blocked by its distribution, which covers all its entry points;
+    # optbench's own plugins one by one, or `-p no:optbench` would block all of them.
+    if origin.dist in ("local", "unknown") or _normalise(origin.dist) == "optbench":
+        return f"`-p no:{origin.plugin}`"
+    return f"`-p no:{origin.dist}`"
+
+
+def _import_problem(origin: Origin, exc: BaseException) -> str:
+    """One line for a plugin that failed to import, with the most likely fix."""
+    who = f"plugin {origin.plugin!r} ({origin.label})"
+    skip = _skip_hint(origin)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        missing = exc.name.split(".")[0]
+        if missing == origin.module.split(".")[0]:
+            if origin.dist == "local":
+                return (f"{who}: no module named {origin.module!r} on sys.path; check the name given to -p, "
+                        f"or put the file in a folder and pass --plugin-dir")
+            return (f"{who}: its entry point names module {origin.module!r}, which is not installed; "
+                    f"reinstall it (`pip install --force-reinstall {origin.dist}`) or uninstall it")
+        req = _requirement_for(origin.dist, missing)
+        fix = f"`pip install '{req}'`" if req else f"install the package that provides {missing!r}"
+        return f"{who} needs {missing!r}, which is not installed; {fix}, or skip the plugin with {skip}"
+    where = ""
+    if exc.__traceback__ is not None:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f" (at {Path(frame.filename).name}:{frame.lineno})"
+    if isinstance(exc, SyntaxError):
+        where = f" (at {Path(exc.filename or '?').name}:{exc.lineno})"
+    return (f"{who} failed to import: {type(exc).__name__}: {_one_line(exc)}{where}; "
+            f"fix or upgrade it, or skip it with {skip}")
+
+
+def _requirement_for(dist: str, module: str) -> str | None:
+    """The declared requirement of ``dist`` that most likely provides ``module``."""
+    if dist in ("local", "unknown"):
+        return None
+    try:
+        requires = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return None
+    for req in requires:
+        if ";" in req and "extra" in req.split(";", 1)[1]:
+            continue
+        name = re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0]
+        if _normalise(name) == _normalise(module):
+            return req.split(";")[0].strip()
+    return None
 
 
 def load(plugins: Iterable[str] = (), plugin_dirs: Iterable[str] = (), entry_points: bool = True) -> Registry:
     """Build the registry.  ``plugins`` are ``-p`` values (``MODULE`` or ``no:NAME``)."""
     plugins, plugin_dirs = tuple(plugins), tuple(plugin_dirs)
-    blocked = {p[3:] for p in plugins if p.startswith("no:")}
+    blocked = {_normalise(p[3:]) for p in plugins if p.startswith("no:")}
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     reg = Registry(load_args=(plugins, plugin_dirs, entry_points), pm=pm)
-    candidates: list[tuple[str, Any, Origin | None]] = []  # (plugin name, loader, origin)
+    candidates: list[tuple[Any, Origin]] = []  # (loader, origin)
 
     if entry_points:
-        for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
-            dist, version = _dist_of(ep)
-            if {ep.name, ep.value.split(":")[0], dist} & blocked:
+        eps = [(ep, *_dist_of(ep)) for ep in metadata.entry_points(group=GROUP)]
+        # optbench's own plugins load first, so a third-party name clash is reported
+        # against the third party and the built-in keeps its name.
+        eps.sort(key=lambda e: (_normalise(e[1]) != "optbench", e[0].name))
+        for ep, dist, version in eps:
+            module = ep.value.split(":")[0].strip()
+            if {_normalise(ep.name), _normalise(module), _normalise(dist)} & blocked:
                 continue
-            candidates.append((ep.name, ep.load, Origin(ep.name, ep.value.split(":")[0], dist, version)))
+            candidates.append((ep.load, Origin(ep.name, module, dist, version)))
     for p in plugins:
-        if not p.startswith("no:") and p not in blocked:
-            candidates.append((p, lambda p=p: importlib.import_module(p), Origin(p, p, "local", "-p")))
+        if not p.startswith("no:") and _normalise(p) not in blocked:
+            candidates.append((lambda p=p: importlib.import_module(p), Origin(p, p, "local", "-p")))
     for d in plugin_dirs:
         folder = Path(d)
         if not folder.is_dir():
             raise OptbenchError(f"--plugin-dir {d!r} is not a directory; pass a folder of plugin .py files")
         for path in sorted(folder.glob("*.py")):
-            if path.stem in blocked:
+            if _normalise(path.stem) in blocked:
                 continue
-            candidates.append((path.stem, lambda path=path: _import_file(path), None))
+            candidates.append((lambda path=path: _import_file(path),
+                               Origin(path.stem, _local_name(path), "local", str(folder))))
 
-    for name, loader, origin in candidates:
+    for loader, origin in candidates:
+        name = origin.plugin
+        if pm.has_plugin(name):
+            other = _registered_origin(reg, name)
+            reg.problems.append(
+                f"plugin name {name!r} of {origin.label} is already taken by {other}; "
+                f"rename one of them, or skip this one with {_skip_hint(origin)}"
+            )
+            continue
         try:
             module = loader()
         except Exception as exc:  # a broken third-party plugin must not take the others down
-            who = f"{origin.dist} {origin.version}" if origin else name
-            reg.problems.append(
-                f"plugin {name!r} ({who}) failed to import: {type(exc).__name__}: {exc}; "
-                f"fix or upgrade it, or skip it with `-p no:{name}`"
-            )
+            reg.problems.append(_import_problem(origin, exc))
             continue
-        if origin is None:
-            origin = Origin(name, module.__name__, "local", str(Path(module.__file__).parent))
-        if pm.is_registered(module):
+        if pm.is_registered(module):  # the same module under a second entry-point name
             continue
         try:
             pm.register(module, name=name)
-        except Exception as exc:  # pluggy validates hook names and signatures
-            reg.problems.append(f"plugin {name!r} ({origin.label}) is invalid: {exc}; fix it or pass `-p no:{name}`")
+        except Exception as exc:  # pluggy checks hook signatures against the specs
+            if pm.has_plugin(name):  # pluggy leaves a half-registered plugin behind
+                pm.unregister(name=name)
+            reg.problems.append(
+                f"plugin {name!r} ({origin.label}) has an invalid hook: {_one_line(exc)}; "
+                f"match the signatures in optbench.hookspecs, or skip it with {_skip_hint(origin)}"
+            )
             continue
-        _collect(reg, pm, module, origin, name)
+        reg.plugin_origins[name] = origin
+        _check_hook_names(reg, pm, module, origin)
+        _collect(reg, module, origin)
     return reg
 
 
-def _collect(reg: Registry, pm, module, origin: Origin, plugin_name: str) -> None:
+def _registered_origin(reg: Registry, name: str) -> str:
+    o = reg.plugin_origins.get(name)
+    return o.label if o else "another plugin"
+
+
+_HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("optbench_"))
+
+
+def _check_hook_names(reg: Registry, pm, module, origin: Origin) -> None:
+    """A misspelt hook is silently never called by pluggy; say so instead."""
+    for attr in dir(module):
+        if attr.startswith("optbench_") and attr not in _HOOK_NAMES and pm.parse_hookimpl_opts(module, attr):
+            reg.problems.append(
+                f"plugin {origin.plugin!r} ({origin.label}) defines {attr}(), which is not an optbench hook"
+                f"{did_you_mean(attr, _HOOK_NAMES)}; rename it (hooks: {', '.join(sorted(_HOOK_NAMES))})"
+            )
+
+
+def _bad_name(name) -> str | None:
+    """Why ``name`` cannot be selected on the command line, or None.  Commas split
+    ``--optimizers a,b`` lists; the conformance kit is stricter (see ``check_spec``)."""
+    if not isinstance(name, str) or not name.strip():
+        return f"its name is {name!r}, not a non-empty string"
+    if "," in name or any(c.isspace() for c in name):
+        return f"its name {name!r} contains a comma or whitespace"
+    return None
+
+
+def _collect(reg: Registry, module, origin: Origin) -> None:
     """Ask one plugin for its specs and index them, reporting clashes and bad types."""
+    plugin_name = origin.plugin
+    skip = _skip_hint(origin)
     for kind, (hook_name, spec_type) in _KINDS.items():
         impl = getattr(module, hook_name, None)
         if impl is None:
             continue
+        who = f"plugin {plugin_name!r} ({origin.label}): {hook_name}()"
         try:
             specs = impl()
         except Exception as exc:
-            reg.problems.append(
-                f"plugin {plugin_name!r} ({origin.label}): {hook_name}() raised {type(exc).__name__}: {exc}; "
-                f"fix the plugin or skip it with `-p no:{plugin_name}`"
-            )
+            reg.problems.append(f"{who} raised {type(exc).__name__}: {_one_line(exc)}; "
+                                f"fix the plugin or skip it with {skip}")
             continue
         if specs is None:
             continue
@@ -188,16 +304,19 @@ def _collect(reg: Registry, pm, module, origin: Origin, plugin_name: str) -> Non
         for spec in specs:
             if not isinstance(spec, spec_type):
                 reg.problems.append(
-                    f"plugin {plugin_name!r} ({origin.label}): {hook_name}() returned "
-                    f"{type(spec).__name__}, expected a list of optbench.{spec_type.__name__}; "
-                    f"fix the plugin or skip it with `-p no:{plugin_name}`"
+                    f"{who} returned {type(spec).__name__}, expected a list of optbench.{spec_type.__name__}; "
+                    f"fix the plugin or skip it with {skip}"
                 )
+                continue
+            bad = _bad_name(spec.name)
+            if bad:
+                reg.problems.append(f"{who}: left out a {kind} because {bad}; rename it, e.g. 'my-opt'")
                 continue
             if spec.name in table:
                 other = reg.origins[(kind, spec.name)]
                 reg.problems.append(
                     f"{kind} {spec.name!r} from {origin.label} ({plugin_name}) clashes with the one from "
-                    f"{other.label} ({other.plugin}); kept the first, rename one or pass `-p no:{plugin_name}`"
+                    f"{other.label} ({other.plugin}); kept that one; rename yours, or skip it with {skip}"
                 )
                 continue
             table[spec.name] = spec

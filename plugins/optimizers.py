@@ -26,30 +26,31 @@ def momentum(params, lr, momentum=0.9, nesterov=False, dampening=0.0, weight_dec
     )
 
 
-def _adam(cls, params, lr, beta1, beta2, eps, weight_decay, fused, amsgrad=False):
+def _adam(cls, params, lr, beta1, beta2, eps, weight_decay, fused, amsgrad=False, foreach=None):
     return cls(
         params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, amsgrad=bool(amsgrad),
-        fused=bool(fused) or None,
+        fused=bool(fused) or None, foreach=foreach,
     )
 
 
-def adam(params, lr, beta1=0.9, beta2=0.999, eps=1e-8, fused=True, amsgrad=False):
-    return _adam(torch.optim.Adam, params, lr, beta1, beta2, eps, 0.0, fused, amsgrad)
+def adam(params, lr, beta1=0.9, beta2=0.999, eps=1e-8, fused=True, amsgrad=False, foreach=None):
+    return _adam(torch.optim.Adam, params, lr, beta1, beta2, eps, 0.0, fused, amsgrad, foreach)
 
 
-def adam_l2(params, lr, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8, fused=True):
+def adam_l2(params, lr, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8, fused=True, foreach=None):
     # torch.optim.Adam adds weight_decay * w to the gradient before the adaptive
     # scaling: the coupled L2 penalty that AdamW was invented to replace.
-    return _adam(torch.optim.Adam, params, lr, beta1, beta2, eps, weight_decay, fused)
+    return _adam(torch.optim.Adam, params, lr, beta1, beta2, eps, weight_decay, fused, foreach=foreach)
 
 
-def adamw(params, lr, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8, fused=True, amsgrad=False):
-    return _adam(torch.optim.AdamW, params, lr, beta1, beta2, eps, weight_decay, fused, amsgrad)
+def adamw(params, lr, weight_decay=0.01, beta1=0.9, beta2=0.999, eps=1e-8, fused=True, amsgrad=False, foreach=None):
+    return _adam(torch.optim.AdamW, params, lr, beta1, beta2, eps, weight_decay, fused, amsgrad, foreach)
 
 
-def rmsprop(params, lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0, centered=False):
+def rmsprop(params, lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0, centered=False, foreach=None):
     return torch.optim.RMSprop(
-        params, lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay, centered=bool(centered)
+        params, lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay, centered=bool(centered),
+        foreach=foreach,
     )
 
 

@@ -1,0 +1,3 @@
+from optbench.testing import conformance_tests
+
+test_prodigy = conformance_tests("prodigy")
