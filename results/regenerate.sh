@@ -5,7 +5,8 @@
 # tiktoken cache (TIKTOKEN_CACHE_DIR) to include the model-5 runs.
 set -euo pipefail
 cd "$(dirname "$0")"
-rm -rf quick report leaderboard.csv
+rm -rf quick
 optbench grid --out quick --quiet "$@" || [ $? -eq 3 ]   # 3: some runs failed; still publish
+rm -rf report leaderboard.csv
 optbench report quick -o report
 optbench leaderboard quick -o leaderboard.csv
