@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 rm -rf quick
 optbench grid --out quick --quiet "$@" || [ $? -eq 3 ]   # 3: some runs failed; still publish
+# the per-step cost of every optimizer (pytest-benchmark, ~1 minute); the report reads it from there
+optbench speed -o quick/speed_steps.csv > /dev/null || [ $? -eq 3 ]
 rm -rf report leaderboard.csv
 optbench report quick -o report
 optbench leaderboard quick -o leaderboard.csv

@@ -17,34 +17,44 @@ from pathlib import Path
 __all__ = ["build_report"]
 
 
-def build_report(results_dir, out_dir=None) -> list[Path]:
+def build_report(results_dir, out_dir=None, speed_csv=None) -> list[Path]:
     """Write the report of ``results_dir`` into ``out_dir`` (default ``results_dir/report``).
 
     Produces ``figures/*.png``, ``tables/{convergence,speed}.{csv,md}``,
     ``leaderboard.csv``, ``report.md`` and ``report.html`` (images beside them,
     relative links, nothing fetched from the network) and returns their paths,
-    pages first.  A figure the grid has no data for is left out.  Raises
+    pages first.  A figure the grid has no data for is left out.  With a speed
+    table (``speed_csv``, the CSV of ``optbench speed``; None: ``results_dir/
+    speed_steps.csv`` if there is one) the report adds ``figures/step_cost.png``,
+    ``tables/step_cost.{csv,md}`` and an "Optimizer step cost" section.  Raises
     :class:`optbench.errors.OptbenchError` with one line when ``results_dir`` is
-    not a results folder of this schema version.
+    not a results folder of this schema version, or ``speed_csv`` not a speed table.
     """
     from optbench.errors import OptbenchError
     from optbench.leaderboard import build_leaderboard, write_leaderboard
-    from optbench.report import figures, page, style, tables
+    from optbench.report import figures, page, step_cost, style, tables
     from optbench.report.results import load, settings_table
 
     res = load(results_dir)
     if res.summary.empty:
         raise OptbenchError(f"{res.path} holds no runs; run `optbench grid ... --out {res.path}` first")
+    # read before drawing anything, so that a bad --speed file fails in a second, not after the figures
+    speed_file = step_cost.find(res.path, speed_csv)
+    sc = step_cost.read(speed_file) if speed_file is not None else None
     out = Path(out_dir) if out_dir is not None else res.path / "report"
     fig_dir, table_dir = out / "figures", out / "tables"
     fig_dir.mkdir(parents=True, exist_ok=True)
 
     settings = settings_table(res.summary)
-    palette = style.optimizer_palette(res.optimizers)
+    speed_optimizers = sc.rows.loc[sc.rows["kind"] == "optimizer", "name"] if sc is not None else ()
+    palette = style.optimizer_palette(res.optimizers, extra=speed_optimizers)
     drawn = []
     for builder in figures.BUILDERS:
         drawn += builder(res, settings, fig_dir, palette)
     table_paths = tables.write_tables(res, settings, table_dir)
+    if sc is not None:
+        sc.figure = step_cost.figure(sc, fig_dir, palette)
+        sc.tables = step_cost.write_tables(sc, table_dir)
 
     written = []
     try:
@@ -54,8 +64,8 @@ def build_report(results_dir, out_dir=None) -> list[Path]:
         # e.g. one task run with two step counts: the report still stands, without a leaderboard
         lb = None
     title = f"optbench report: {(res.meta.get('grid') or {}).get('name') or res.path.name}"
-    pages = page.write_pages(page.blocks(res, settings, drawn, table_paths, lb, out), out, title)
-    paths = [*pages, *written, *(f.path for f in drawn), *table_paths.values()]
+    pages = page.write_pages(page.blocks(res, settings, drawn, table_paths, lb, out, sc), out, title)
+    paths = [*pages, *written, *(f.path for f in drawn), *table_paths.values(), *(sc.paths if sc else ())]
     _forget_previous(out, paths)
     return paths
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from optbench.report import step_cost as SC
 from optbench.report import tables as T
 from optbench.report.figures import Figure
 from optbench.report.results import Results
@@ -54,8 +55,12 @@ class Image:
 
 
 def blocks(res: Results, settings: pd.DataFrame, figures: list[Figure], table_paths: dict, leaderboard,
-           out: Path) -> list:
-    """The page's content, best first: what won, then the evidence, then the fine print."""
+           out: Path, step_cost: SC.StepCost | None = None) -> list:
+    """The page's content, best first: what won, then the evidence, then the fine print.
+
+    ``step_cost``: the speed CSV's :class:`~optbench.report.step_cost.StepCost` (its section follows
+    "Speed"), or None.
+    """
     meta = res.meta
     s = res.summary
     counts = s["status"].value_counts()
@@ -76,21 +81,59 @@ def blocks(res: Results, settings: pd.DataFrame, figures: list[Figure], table_pa
         by_section.setdefault(f.section, []).append(f)
     for section in [*SECTIONS, *sorted(set(by_section) - set(SECTIONS))]:
         figs = by_section.get(section)
-        if not figs:
-            continue
-        b.append(Heading(section))
-        for f in figs:
-            b.append(Image(_rel(f.path, out), f.title, f"{f.title}. {f.caption}"))
-        if section == "Speed":
-            summary = T.speed_summary(res)
-            if not summary.empty:
-                b.append(Table(summary, right=("runs", "time/step (ms)", "tokens/s", "optimizer state",
-                                               "peak memory")))
-                b.append(Para(f"Per setting: [speed.md]({_rel(table_paths['speed.md'], out)}), "
-                              f"[speed.csv]({_rel(table_paths['speed.csv'], out)})."))
+        if figs:
+            b += _section(section, figs, res, table_paths, out)
+        if section == "Speed" and step_cost is not None:
+            # next to the grid's time per step, of which the optimizer's step is one part
+            b += _step_cost_blocks(step_cost, out)
     b += _convergence_blocks(res, settings, table_paths, out)
     b += _problem_blocks(res)
     b += _provenance_blocks(res)
+    return b
+
+
+def _section(section: str, figs: list[Figure], res: Results, table_paths: dict, out: Path) -> list:
+    b: list = [Heading(section)]
+    for f in figs:
+        b.append(_image(f, out))
+    if section == "Speed":
+        summary = T.speed_summary(res)
+        if not summary.empty:
+            b.append(Table(summary, right=("runs", "time/step (ms)", "tokens/s", "optimizer state",
+                                           "peak memory")))
+            b.append(Para(f"Per setting: [speed.md]({_rel(table_paths['speed.md'], out)}), "
+                          f"[speed.csv]({_rel(table_paths['speed.csv'], out)})."))
+    return b
+
+
+def _image(f: Figure, out: Path) -> Image:
+    return Image(_rel(f.path, out), f.title, f"{f.title}. {f.caption}")
+
+
+def _step_cost_blocks(sc: SC.StepCost, out: Path) -> list:
+    """The speed CSV's section: figure, one table per parameter set, what was not timed."""
+    b: list = [Heading("Optimizer step cost")]
+    b.append(Para(
+        f"What one `optimizer.step()` costs with the gradients already in place, measured apart from the grid "
+        f"by `optbench speed` (`{sc.source}`) on {SC.environment(sc.rows)}. {SC.TIMING} "
+        f"Full tables: [step_cost.md]({_rel(sc.tables['step_cost.md'], out)}), "
+        f"[step_cost.csv]({_rel(sc.tables['step_cost.csv'], out)})."
+    ))
+    if sc.figure is not None:
+        b.append(_image(sc.figure, out))
+    timed = sc.rows[sc.rows["status"] == "ok"]
+    for ps in SC.param_sets(timed):
+        d = SC.display(timed[timed["param_set"] == ps], with_set=False)
+        b.append(Heading(SC.set_title(sc.rows, ps), 3))
+        b.append(Table(d.head(T.PAGE_ROWS), right=SC.RIGHT))
+        if len(d) > T.PAGE_ROWS:
+            b.append(Para(f"… and {len(d) - T.PAGE_ROWS} more rows in the full table."))
+    if not timed.empty:
+        b.append(Para(SC.LEGEND))
+    bad = SC.not_timed(sc.rows)
+    if not bad.empty:
+        b.append(Para("Not timed:"))
+        b.append(Table(bad))
     return b
 
 

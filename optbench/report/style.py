@@ -23,15 +23,19 @@ LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
 MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
-def optimizer_palette(names) -> dict[str, tuple]:
+def optimizer_palette(names, extra=()) -> dict[str, tuple]:
     """Colour per optimizer name, assigned in sorted order so that every figure agrees.
 
     tab10 up to ten optimizers (the most distinguishable qualitative set),
-    tab20 up to twenty, then evenly spaced hues.
+    tab20 up to twenty, then evenly spaced hues.  ``extra`` names (optimizers
+    only some figure shows, like the speed table's) take the colours after
+    ``names``, so that adding them leaves the others' colours as they were
+    (unless the total crosses ten or twenty, where the palette changes).
     """
     import seaborn as sns
 
     names = sorted(set(names))
+    names += sorted(set(extra) - set(names))
     n = len(names)
     if n <= 10:
         colours = sns.color_palette("tab10", 10)
