@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 
@@ -17,9 +16,6 @@ from optbench.errors import OptbenchError  # noqa: E402
 from optbench.executors.processes import cores  # noqa: E402
 from optbench.grid import run_grid  # noqa: E402
 from optbench.gridspec import GridBlock, GridSpec  # noqa: E402
-
-TIMING = {"step_time", "time_per_step", "total_time", "time_to_target", "tokens_per_s", "frac_of_peak",
-          "peak_mem_bytes", "threads"}
 
 GRID = GridSpec([GridBlock(tasks=["pi", "l2-bowl"], optimizers=["sgd", "adam"], grad_modes=["zero", "accum2"],
                            clip=[0.0, 1.0], seeds=[0], steps=40, hparams={"*": {"lr": [0.05]}})], name="dask")
@@ -47,19 +43,10 @@ def optbench_tasks():
 """
 
 
-def comparable(out) -> tuple[pd.DataFrame, str]:
-    steps = pd.read_parquet(out / "runs.parquet")
-    steps = steps[[c for c in steps.columns if c not in TIMING]].sort_values(["run_key", "step"])
-    runs = {}
-    for p in (out / "runs").glob("*.json"):
-        r = json.loads(p.read_text())
-        runs[p.stem] = ({k: v for k, v in r["records"].items() if k not in TIMING},
-                        {k: v for k, v in r["summary"].items() if k not in TIMING})
-    return steps.reset_index(drop=True), json.dumps(runs, sort_keys=True)
 
 
 @pytest.fixture(scope="module")
-def serial(tmp_path_factory):
+def serial(tmp_path_factory, comparable):
     out = tmp_path_factory.mktemp("serial")
     assert len(run_grid(GRID, out, progress=False).summaries) == 16
     return comparable(out)
@@ -73,7 +60,7 @@ def cluster():
         yield c
 
 
-def test_existing_cluster_reproduces_serial_curves(tmp_path, serial, cluster):
+def test_existing_cluster_reproduces_serial_curves(tmp_path, serial, cluster, comparable):
     # The toy tasks draw no random numbers, so workers sharing this process is
     # harmless here; for other tasks it is not, and optbench says so.
     with pytest.warns(UserWarning, match=r"workers share a process\); seeding is per process"):
@@ -112,7 +99,7 @@ def test_a_plugin_missing_on_the_workers_fails_only_its_runs(tmp_path, monkeypat
     assert outcome.exit_code == 3
 
 
-def test_local_cluster_of_worker_processes(tmp_path, monkeypatch):
+def test_local_cluster_of_worker_processes(tmp_path, monkeypatch, comparable):
     """``--executor dask --jobs 2`` without --scheduler: a LocalCluster of two
     single-threaded worker processes, each with cores // 2 torch threads, that
     seed every run as the serial executor does."""

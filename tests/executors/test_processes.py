@@ -16,9 +16,6 @@ from optbench.grid import run_grid
 from optbench.gridspec import GridBlock, GridSpec, expand
 from optbench.runner import run_key
 
-TIMING = {"step_time", "time_per_step", "total_time", "time_to_target", "tokens_per_s", "frac_of_peak",
-          "peak_mem_bytes", "threads"}
-
 #: A task that draws from torch's global random state in build and in every
 #: step, so that curves match only if every worker seeds each run as serial does.
 NOISY = '''
@@ -61,42 +58,34 @@ def noisy_reg(tmp_path_factory):
         yield registry.load([name])
 
 
-def comparable(out) -> tuple[pd.DataFrame, dict]:
-    steps = pd.read_parquet(out / "runs.parquet")
-    steps = steps[[c for c in steps.columns if c not in TIMING]].sort_values(["run_key", "step"])
-    runs = {}
-    for p in (out / "runs").glob("*.json"):
-        r = json.loads(p.read_text())
-        runs[p.stem] = ({k: v for k, v in r["records"].items() if k not in TIMING},
-                        {k: v for k, v in r["summary"].items() if k not in TIMING})
-    return steps.reset_index(drop=True), runs
 
 
 @pytest.fixture(scope="module")
-def serial_varied(tmp_path_factory, noisy_reg):
+def serial_varied(tmp_path_factory, noisy_reg, comparable):
     out = tmp_path_factory.mktemp("serial")
     outcome = run_grid(VARIED, out, noisy_reg, progress=False)
     assert len(outcome.summaries) == N_VARIED and outcome.count("ok") > N_VARIED // 2
     return comparable(out)
 
 
-def test_workers_reproduce_serial_curves_exactly(tmp_path, serial_varied, noisy_reg):
+def test_workers_reproduce_serial_curves_exactly(tmp_path, serial_varied, noisy_reg, comparable):
     outcome = run_grid(VARIED, tmp_path, noisy_reg, jobs=2, progress=False)
     assert outcome.ran == N_VARIED
     steps, runs = comparable(tmp_path)
     pd.testing.assert_frame_equal(steps, serial_varied[0], check_exact=True)
-    assert json.dumps(runs, sort_keys=True) == json.dumps(serial_varied[1], sort_keys=True)
+    assert runs == serial_varied[1]
     # workers x threads = cores, recorded with each run
     threads = {json.loads(p.read_text())["summary"]["threads"] for p in (tmp_path / "runs").glob("*.json")}
     assert threads == {max(1, cores() // 2)}
 
 
-def test_fixed_batches_and_explicit_threads(tmp_path, serial_varied, noisy_reg):
+def test_fixed_batches_and_explicit_threads(tmp_path, serial_varied, noisy_reg, comparable):
     spec = GridSpec(VARIED.blocks, threads=1, name="varied")
     run_grid(spec, tmp_path, noisy_reg, executor="processes", jobs=1, executor_options={"chunk": 7},
              progress=False)
     steps, runs = comparable(tmp_path)
     pd.testing.assert_frame_equal(steps, serial_varied[0], check_exact=True)
+    assert runs == serial_varied[1]
     assert {json.loads(p.read_text())["summary"]["threads"] for p in (tmp_path / "runs").glob("*.json")} == {1}
 
 
