@@ -23,6 +23,23 @@ setting's seeds, a seed that never reaches the target or does not finish
 counting as infinite, so they are ``inf`` unless more than half the seeds
 got there; ``reached_target`` is the fraction that did.
 
+**Optimizer step cost** (from the speed table of ``optbench speed -o CSV``).
+``optimizer_step_s`` is the ``median_s`` of one ``optimizer.step()`` of the
+row's optimizer in the implementation its defaults run: the speed-table row
+with ``kind`` optimizer, ``name`` the row's optimizer, ``is_default`` true and
+``status`` ok, on the parameter set ``optimizer_step_set``.  The parameter set
+is chosen per task, the same for every optimizer on it: of the sets in the
+table, the one whose size (``param_bytes``; ``4 * n_params`` where that is
+missing, the table being float32) is closest on a log scale to the task's
+(the median ``param_bytes`` of the task's runs in the grid), the smaller set
+on a tie.  Both cells are empty when there is no speed table, when the task's
+size is unknown, or when the optimizer has no such ok row on that set (it was
+not timed there, or failed).  The table is ``--speed CSV`` when given, else
+the first ``RESULTS_DIR/speed_steps.csv`` found among the results folders.
+It is a separate measurement from the grid (gradients already in place, no
+forward or backward pass): ``time_per_step`` is the whole training step.
+Merging keeps these cells as the rows carry them.
+
 **Cross-task score** (after AlgoPerf's performance profiles).  On each task
 *k*, optimizer *o*'s time-to-target ratio is
 ``r(o, k) = t(o, k) / min over optimizers of t(·, k)``: 1 for the fastest,
@@ -83,7 +100,7 @@ if TYPE_CHECKING:  # pandas is imported when a leaderboard is built, not when op
     import pandas as pd
 
 #: bump when a column is added, removed or changes meaning
-LEADERBOARD_SCHEMA_VERSION = 1
+LEADERBOARD_SCHEMA_VERSION = 2
 
 #: upper end of the performance-profile integral (AlgoPerf uses 4)
 TAU_MAX = 4.0
@@ -115,6 +132,8 @@ COLUMNS: dict[str, str] = {
     "reached_target": "float",
     "divergence_rate": "float",
     "time_per_step": "float",
+    "optimizer_step_s": "float",
+    "optimizer_step_set": "str",
     "steps_ratio": "float",
     "time_ratio": "float",
     "cross_task_score": "float",
@@ -131,6 +150,9 @@ COLUMNS: dict[str, str] = {
     "config_hash": "str",
     "checksum": "str",
 }
+
+#: the header of each earlier schema, so that a file of one is named as such even without rows
+_OLD_HEADERS = {1: [c for c in COLUMNS if c not in ("optimizer_step_s", "optimizer_step_set")]}
 
 #: int columns that may be empty (not every environment reports a thread count)
 _NULLABLE_INT = {"threads"}
@@ -152,20 +174,31 @@ class LeaderboardWarning(UserWarning):
 # building
 
 
-def build_leaderboard(results_dirs: Iterable) -> "pd.DataFrame":
+def build_leaderboard(results_dirs: Iterable, speed_csv=None) -> "pd.DataFrame":
     """One row per (task, optimizer) from one or more results folders (see the module docstring).
 
     Runs from several folders are pooled (a run present in two folders counts
-    once).  Raises :class:`OptbenchError` when a folder is not readable by this
-    version, or when one task was run with different versions or settings.
+    once).  ``speed_csv`` is the speed table (``optbench speed -o CSV``) the
+    ``optimizer_step_s`` column comes from; None: the first
+    ``<results_dir>/speed_steps.csv`` among ``results_dirs``, if any.  Raises
+    :class:`OptbenchError` when a folder is not readable by this version, when
+    one task was run with different versions or settings, or when
+    ``speed_csv`` is missing or not a speed table.
     """
     import pandas as pd
 
+    from optbench.report import step_cost
     from optbench.report.results import load
 
     dirs = [Path(d) for d in results_dirs]
     if not dirs:
         raise OptbenchError("no results folder given; pass the --out folder(s) of `optbench grid`")
+    # read the speed table first, so that a bad --speed file fails before the grids are read
+    if speed_csv is not None:
+        speed_file = step_cost.find(dirs[0], speed_csv)
+    else:
+        speed_file = next((f for f in map(step_cost.find, dirs) if f is not None), None)
+    speed = step_cost.read(speed_file).rows if speed_file is not None else None
     pooled = []
     for d in dirs:
         res = load(d)
@@ -188,6 +221,7 @@ def build_leaderboard(results_dirs: Iterable) -> "pd.DataFrame":
     summary = pd.concat(pooled, ignore_index=True).drop_duplicates("run_key", keep="first")
     _check_runs_comparable(summary)
     rows = _best_rows(summary)
+    rows["optimizer_step_s"], rows["optimizer_step_set"] = _step_costs(rows, summary, speed)
     return finalize(rows)
 
 
@@ -281,6 +315,56 @@ def _best_rows(summary: "pd.DataFrame") -> "pd.DataFrame":
     rows = pd.concat([best.reset_index(drop=True), prov], axis=1)
     rows["config_hash"] = rows["config_hashes"].map(lambda s: _sha(s))
     return rows
+
+
+def _log_size(x) -> float:
+    """log of a positive size; NaN for anything else (missing, zero, negative)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return math.log(x) if x > 0 and math.isfinite(x) else math.nan
+
+
+def _set_sizes(speed: "pd.DataFrame") -> dict[str, float]:
+    """{param_set: log of its size in bytes} for the speed table's sets whose size is known."""
+    import pandas as pd
+
+    d = speed[speed["kind"] != "python"]  # the pure-Python rows step floats, not the set's tensors
+    pb = pd.to_numeric(d["param_bytes"], errors="coerce") if "param_bytes" in d.columns else None
+    size = 4.0 * d["n_params"].astype(float)  # the speed table times float32
+    if pb is not None:
+        size = pb.where(pb > 0, size)
+    out = {}
+    for ps, s in size.groupby(d["param_set"], sort=False):
+        logs = [v for v in map(_log_size, s) if not math.isnan(v)]
+        if logs:
+            out[ps] = float(sorted(logs)[len(logs) // 2])
+    return out
+
+
+def _step_costs(rows: "pd.DataFrame", summary: "pd.DataFrame", speed) -> tuple[list[float], list[str]]:
+    """Per row: (optimizer_step_s, optimizer_step_set) by the rule of the module docstring."""
+    if speed is None:
+        return [math.nan] * len(rows), [""] * len(rows)
+    sets = _set_sizes(speed)
+    task_size = {t: _log_size(g.median()) for t, g in summary.groupby("task")["param_bytes"]}
+    ok = speed[(speed["kind"] == "optimizer") & speed["is_default"] & (speed["status"] == "ok")
+               & (speed["median_s"] > 0)]
+    # the first row of a (set, optimizer) when two tables were pasted together, as the report draws it
+    median = {(ps, n): float(m) for ps, n, m in
+              ok.drop_duplicates(["param_set", "name"])[["param_set", "name", "median_s"]].itertuples(index=False)}
+    chosen = {}
+    for task, size in task_size.items():
+        if sets and not math.isnan(size):
+            chosen[task] = min(sets, key=lambda ps: (abs(sets[ps] - size), sets[ps], ps))
+    seconds, names = [], []
+    for task, opt in zip(rows["task"], rows["optimizer"]):
+        ps = chosen.get(task)
+        m = median.get((ps, opt), math.nan) if ps is not None else math.nan
+        seconds.append(m)
+        names.append(ps if not math.isnan(m) else "")
+    return seconds, names
 
 
 def finalize(rows: "pd.DataFrame") -> "pd.DataFrame":
@@ -449,6 +533,8 @@ def read_leaderboard(path) -> "pd.DataFrame":
         found = "unknown"
         if "schema_version" in header and body:
             found = body[0][header.index("schema_version")] if len(body[0]) == len(header) else "unknown"
+        if found == "unknown":
+            found = next((str(v) for v, cols in _OLD_HEADERS.items() if header == cols), found)
         missing = [c for c in COLUMNS if c not in header]
         extra = [c for c in header if c not in COLUMNS]
         detail = "; ".join(x for x in (

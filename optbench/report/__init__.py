@@ -58,7 +58,7 @@ def build_report(results_dir, out_dir=None, speed_csv=None) -> list[Path]:
 
     written = []
     try:
-        lb = build_leaderboard([res.path])
+        lb = build_leaderboard([res.path], speed_csv=speed_file)
         written.append(write_leaderboard(lb, out / "leaderboard.csv"))
     except OptbenchError:
         # e.g. one task run with two step counts: the report still stands, without a leaderboard

@@ -107,7 +107,7 @@ def test_every_row_carries_its_provenance(board):
     assert (board["optimizer_dist"] == "optbench").all()
     assert (board["device"] == "cpu").all() and (board["threads"] >= 1).all()
     assert (board["task_version"] == "1").all()
-    assert (board["schema_version"] == 1).all()
+    assert (board["schema_version"] == 2).all()
     for col in ("config_hash", "task_hash", "task_settings", "checksum", "optimizer_version", "python_version"):
         assert (board[col].str.len() > 0).all(), col
     assert '"steps":40' in board.loc[board.task == "pi", "task_settings"].iloc[0]
@@ -222,13 +222,13 @@ def test_merge_validates_columns_and_types(board_csv, tmp_path):
     drop = rows[0].index("target_value")
     missing = tmp_path / "edited.csv"
     _write_rows(missing, [r[:drop] + r[drop + 1:] for r in rows])
-    with pytest.raises(OptbenchError, match=r"edited\.csv does not have the columns .* 1 \(missing target_value\)"):
+    with pytest.raises(OptbenchError, match=r"edited\.csv does not have the columns .* 2 \(missing target_value\)"):
         merge([board_csv, missing])
     old = [list(r) for r in rows]
     for r in old[1:]:
         r[0] = "0"
     _write_rows(tmp_path / "old.csv", [r[:drop] + r[drop + 1:] for r in old])
-    with pytest.raises(OptbenchError, match=r"old\.csv is a leaderboard of schema 0, this optbench reads schema 1"):
+    with pytest.raises(OptbenchError, match=r"old\.csv is a leaderboard of schema 0, this optbench reads schema 2"):
         merge([board_csv, tmp_path / "old.csv"])
     rows[2][rows[0].index("n_runs")] = "lots"
     rows[2][-1] = row_checksum(rows[2])  # a well-signed row can still be malformed
