@@ -130,3 +130,14 @@ def results_copy(results_dir, tmp_path) -> Path:
     dst = tmp_path / "results"
     shutil.copytree(results_dir, dst, ignore=shutil.ignore_patterns("report"))
     return dst
+
+
+@pytest.fixture(scope="session")
+def speed_csv(tmp_path_factory) -> Path:
+    """A real speed table of ``optbench speed`` (two optimizers on the scalar set, rough timing)."""
+    pytest.importorskip("pytest_benchmark")
+    from optbench.cli import main
+
+    path = tmp_path_factory.mktemp("speed") / "speed_steps.csv"
+    assert main(["speed", "--quick", "--sets", "scalar", "--optimizers", "sgd,adam", "-o", str(path)]) == 0
+    return path

@@ -34,14 +34,6 @@ STEP_COLUMNS = ["optimizer_step_s", "optimizer_step_set"]
 
 
 @pytest.fixture(scope="module")
-def speed_csv(tmp_path_factory) -> Path:
-    pytest.importorskip("pytest_benchmark")
-    path = tmp_path_factory.mktemp("speed") / "speed_steps.csv"
-    assert main(["speed", "--quick", "--sets", "scalar", "--optimizers", "sgd,adam", "-o", str(path)]) == 0
-    return path
-
-
-@pytest.fixture(scope="module")
 def speed(speed_csv) -> pd.DataFrame:
     return pd.read_csv(speed_csv, keep_default_na=False, na_values=[""])
 

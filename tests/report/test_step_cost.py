@@ -23,14 +23,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 STEP_COST_FILES = {"figures/step_cost.png", "tables/step_cost.csv", "tables/step_cost.md"}
 
 
-@pytest.fixture(scope="module")
-def speed_csv(tmp_path_factory) -> Path:
-    pytest.importorskip("pytest_benchmark")
-    path = tmp_path_factory.mktemp("speed") / "speed_steps.csv"
-    assert main(["speed", "--quick", "--sets", "scalar", "--optimizers", "sgd,adam", "-o", str(path)]) == 0
-    return path
-
-
 def copy_results(results_dir: Path, dst: Path) -> Path:
     """A private copy of the shared grid (tests must not write into it)."""
     shutil.copytree(results_dir, dst, ignore=shutil.ignore_patterns("report"))
