@@ -44,7 +44,7 @@ SUMMARY_COLUMNS = (
     "frac_of_peak",  # achieved FLOP/s over the machine's measured fp32 matmul peak
     "opt_state_bytes",
     "param_bytes",
-    "peak_mem_bytes",  # CUDA max allocated, or growth of process RSS on CPU
+    "peak_mem_bytes",  # CUDA max allocated, or on CPU growth of process RSS over the run (after malloc_trim)
     "device",
     "threads",
     "config_hash",  # hash of the resolved run config (provenance)

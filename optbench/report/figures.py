@@ -545,8 +545,9 @@ def speed(res: Results, settings: pd.DataFrame, out: Path, palette: dict) -> lis
                 if not (v[col].fillna(0) > 0).any():
                     _empty(ax, "not measured")
                 else:
-                    # Memory is not a noisy measurement to average: on CPU it is the RSS growth of
-                    # the process, large for whichever run came first.  Show the median and the range.
+                    # Memory is not a quantity to average over runs with a t-interval: on CPU it is
+                    # RSS growth, which page granularity and allocator reuse make lumpy.  Show the
+                    # median and the range.
                     memory = scale == "bytes"
                     sns.barplot(data=v, x="optimizer", y=col, hue="optimizer", order=opts, hue_order=opts,
                                 palette=palette, estimator="median" if memory else "mean",
@@ -564,8 +565,9 @@ def speed(res: Results, settings: pd.DataFrame, out: Path, palette: dict) -> lis
         "Speed", "Time per step, throughput and memory", path,
         "One row per task, over every finished run with `zero` gradients (runs with accumulation do several "
         "forward/backward passes per step). Time and throughput: mean and 95 % CI over runs. Memory: median "
-        "and range over runs; peak memory is CUDA max-allocated, or the growth of the process RSS on CPU "
-        "(so mostly the first run in a process); optimizer state is the bytes held in `optimizer.state`. "
+        "and range over runs; peak memory is CUDA max-allocated, or on CPU the growth of the process RSS over "
+        "the run after malloc's free pages are returned at its start (toy runs: mostly noise near 0); "
+        "optimizer state is the bytes held in `optimizer.state`. "
         "Panels are left out when no run measured them.",
     )]
 
